@@ -1,0 +1,250 @@
+"""Reading `GET /info` from a Docker Engine API endpoint through the docker SDK, with failures a person can act on.
+
+The check needs nothing but `/info`. It asks for the unversioned path, which every engine answers with its own
+current API version, so the client never spends a request negotiating one; Engine 29 refuses versions below 1.44 and
+Engine 20.10 knows none above 1.41, so there is no single version that would do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from .__about__ import __version__
+
+DEFAULT_URL = 'unix:///var/run/docker.sock'
+SCHEMES = ('unix', 'tcp', 'npipe')
+
+# Ten thousand insecure registries make an /info of about 1.5 MB; a body far larger is not an engine's.
+MAX_INFO_BYTES = 32 * 1024 * 1024
+CHUNK_BYTES = 256 * 1024
+
+DOCKER_SDK_MISSING = (
+    'the docker Python package is not installed next to this check. The Agent installs integrations without their '
+    "dependencies; install it into the Agent's embedded Python with "
+    '"sudo -u dd-agent /opt/datadog-agent/embedded/bin/pip install \'docker>=7.1\'" '
+    '(Windows: "& \'C:\\Program Files\\Datadog\\Datadog Agent\\embedded3\\python.exe\' -m pip install docker"), '
+    'then restart the Agent'
+)
+
+
+class EngineError(Exception):
+    """The engine could not be read; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """TLS towards a tcp:// engine. File paths are the operator's; their contents never leave this process."""
+
+    verify: bool = True
+    ca_cert: str | None = None
+    cert: str | None = None
+    private_key: str | None = None
+
+
+def default_url() -> str:
+    return os.environ.get('DOCKER_HOST') or DEFAULT_URL
+
+
+def redact_url(url: str) -> str:
+    """The endpoint without credentials, query or fragment: safe for tags, logs and messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return '<unparseable url>'
+    if parts.scheme in ('unix', 'npipe'):
+        return f'{parts.scheme}://{parts.netloc}{parts.path}'
+    host = parts.hostname or ''
+    if ':' in host:
+        host = f'[{host}]'
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f'{host}:{port}' if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, '', ''))
+
+
+def import_docker():
+    try:
+        import docker
+    except ImportError as error:
+        raise EngineError(DOCKER_SDK_MISSING) from error
+    return docker
+
+
+class EngineClient:
+    """One docker SDK client for one endpoint, reused across reads until one fails."""
+
+    def __init__(self, url: str, timeout: float, tls: TLSSettings | None = None):
+        self.url = url
+        self.label = redact_url(url)
+        self.timeout = timeout
+        self.tls = tls
+        self._api = None
+        # A read that outlived its deadline keeps its thread until the engine lets go; never start a second one.
+        self._stalled: threading.Thread | None = None
+
+    def info(self) -> dict:
+        """The parsed `/info` payload, or EngineError within `timeout` seconds (plus thread hand-off)."""
+        if self._stalled is not None:
+            if self._stalled.is_alive():
+                raise EngineError(
+                    f'{self.label} has still not answered a request sent {self.timeout:g} s or more ago; '
+                    'the engine is hung or overloaded'
+                )
+            self._stalled = None
+
+        api = self._client()
+        deadline = time.monotonic() + self.timeout
+        outcome: list = []
+        worker = threading.Thread(
+            target=self._fetch, args=(api, deadline, outcome), name='cis_docker-info', daemon=True
+        )
+        worker.start()
+        worker.join(self.timeout)
+
+        if worker.is_alive():
+            self._stalled = worker
+            self.close()
+            raise EngineError(f'no answer from {self.label} within {self.timeout:g} s')
+        result = outcome[0]
+        if isinstance(result, EngineError):
+            self.close()
+            raise result
+        return result
+
+    def close(self) -> None:
+        api, self._api = self._api, None
+        if api is not None:
+            api.close()
+
+    def _client(self):
+        if self._api is None:
+            self._api = self._build_client()
+        return self._api
+
+    def _build_client(self):
+        docker = import_docker()
+        tls_config = False
+        if self.tls is not None:
+            client_cert = (self.tls.cert, self.tls.private_key) if self.tls.cert else None
+            try:
+                tls_config = docker.tls.TLSConfig(
+                    client_cert=client_cert, ca_cert=self.tls.ca_cert, verify=self.tls.verify
+                )
+            except docker.errors.TLSParameterError as error:
+                raise EngineError(f'TLS settings for {self.label} are unusable: {error}') from None
+        try:
+            api = docker.APIClient(
+                base_url=self.url,
+                version=docker.constants.DEFAULT_DOCKER_API_VERSION,
+                timeout=self.timeout,
+                tls=tls_config,
+                user_agent=f'datadog-cis-docker/{__version__}',
+            )
+        except docker.errors.DockerException as error:
+            raise EngineError(f'cannot use {self.label}: {error}') from None
+        # The configuration decides about CA bundles and proxies, not REQUESTS_CA_BUNDLE or HTTPS_PROXY in the
+        # environment of whichever process happens to run the check.
+        api.trust_env = False
+        return api
+
+    def _fetch(self, api, deadline: float, outcome: list) -> None:
+        try:
+            outcome.append(self._read_info(api, deadline))
+        except EngineError as error:
+            outcome.append(error)
+        except Exception as error:  # noqa: BLE001 - every failure of a read is reported, none escapes the thread
+            outcome.append(EngineError(explain(error, self.label, self.timeout)))
+
+    def _read_info(self, api, deadline: float) -> dict:
+        response = api.get(f'{api.base_url}/info', stream=True, timeout=self.timeout)
+        try:
+            if response.status_code != 200:
+                raise EngineError(_http_status_message(response, self.label))
+            body = bytearray()
+            for chunk in response.iter_content(CHUNK_BYTES):
+                body += chunk
+                if len(body) > MAX_INFO_BYTES:
+                    raise EngineError(
+                        f'{self.label} sent more than {MAX_INFO_BYTES // (1024 * 1024)} MiB for /info; '
+                        "that is not a Docker engine's answer"
+                    )
+                if time.monotonic() > deadline:
+                    raise EngineError(f'{self.label} did not finish its answer within {self.timeout:g} s')
+        finally:
+            response.close()
+        return parse_info(bytes(body), self.label)
+
+
+def parse_info(body: bytes, label: str) -> dict:
+    try:
+        info = json.loads(body)
+    except ValueError:
+        raise EngineError(
+            f'{label} answered /info with something that is not JSON: it is not a Docker engine'
+        ) from None
+    if not isinstance(info, dict) or 'ServerVersion' not in info:
+        raise EngineError(f'{label} answered /info without a ServerVersion: it is not a Docker engine')
+    return info
+
+
+def explain(error: BaseException, label: str, timeout: float) -> str:
+    """Turn the exception behind a failed read into a sentence that names the cause and the remedy."""
+    causes = list(_causes(error))
+    path = urlsplit(label).path if label.startswith('unix://') else label
+
+    for cause in causes:
+        if isinstance(cause, FileNotFoundError):
+            return (
+                f'socket {path} does not exist: is the Docker daemon running on this host? A containerized Agent '
+                'needs the socket mounted, e.g. -v /var/run/docker.sock:/var/run/docker.sock:ro'
+            )
+        if isinstance(cause, PermissionError):
+            return (
+                f"permission denied on {path}: add the Agent's user to the docker group "
+                '("usermod -aG docker dd-agent", then restart the Agent), or mount the socket into the Agent container'
+            )
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f'TLS certificate problem with {label}: {cause.verify_message or cause.reason or cause}'
+        if isinstance(cause, ssl.SSLError):
+            return f'TLS failure with {label}: {cause.reason or cause}'
+        if isinstance(cause, ConnectionRefusedError):
+            return f'connection refused by {label}: nothing listens there, or a firewall rejects the Agent'
+        if isinstance(cause, TimeoutError) or type(cause).__name__ in ('ReadTimeout', 'ConnectTimeout'):
+            return f'no answer from {label} within {timeout:g} s'
+    for cause in causes:
+        if type(cause).__name__ in ('ProtocolError', 'RemoteDisconnected', 'IncompleteRead', 'ChunkedEncodingError'):
+            return f'{label} closed the connection before a complete answer: it is not a Docker engine, or it failed'
+    return f'cannot read /info from {label}: {type(error).__name__}: {error}'
+
+
+def _causes(error: BaseException):
+    """The exception and everything it wraps: requests and urllib3 nest the OS error several levels deep."""
+    seen = set()
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending.extend(arg for arg in getattr(current, 'args', ()) if isinstance(arg, BaseException))
+        pending.extend([getattr(current, 'reason', None), current.__cause__, current.__context__])
+        pending = [item for item in pending if isinstance(item, BaseException)]
+
+
+def _http_status_message(response, label: str) -> str:
+    if response.status_code == 404:
+        return f'{label} has no /info endpoint (HTTP 404): it is not a Docker Engine API'
+    detail = ''
+    with contextlib.suppress(Exception):  # the body of an error answer is a courtesy, not a requirement
+        detail = str(response.json().get('message', ''))[:200]
+    return f'{label} answered /info with HTTP {response.status_code}' + (f': {detail}' if detail else '')
