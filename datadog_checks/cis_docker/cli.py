@@ -140,7 +140,7 @@ def render_table(result: RunResult, width: int | None = None) -> str:
         lines.extend('  ' + line for line in error.splitlines())
         lines.append('')
     for warning in result.warnings:
-        lines.extend(textwrap.wrap(f'Warning: {warning}', width, subsequent_indent='  '))
+        lines.extend(textwrap.wrap(f'Warning: {warning}', width, subsequent_indent='  ', break_on_hyphens=False))
         lines.append('')
 
     common = _common_tags(result)
@@ -152,7 +152,7 @@ def render_table(result: RunResult, width: int | None = None) -> str:
             if not check.message:
                 lines.append(head.rstrip())
                 continue
-            wrapped = textwrap.wrap(check.message, max(40, width - len(head) - 2))
+            wrapped = textwrap.wrap(check.message, max(40, width - len(head) - 2), break_on_hyphens=False)
             lines.append(f'{head}  {wrapped[0]}')
             lines.extend(' ' * (len(head) + 2) + line for line in wrapped[1:])
         lines.append('')
