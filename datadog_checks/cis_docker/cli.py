@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from datadog_checks.base import AgentCheck
 
-from .check import CONTROL_TAGS, CisDockerCheck
+from .check import CisDockerCheck
 
 EXIT_COMPLIANT = 0
 EXIT_VIOLATIONS = 1
