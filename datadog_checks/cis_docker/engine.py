@@ -28,7 +28,7 @@ CHUNK_BYTES = 256 * 1024
 DOCKER_SDK_MISSING = (
     'the docker Python package is not installed next to this check. The Agent installs integrations without their '
     "dependencies; install it into the Agent's embedded Python with "
-    '"sudo -u dd-agent /opt/datadog-agent/embedded/bin/pip install \'docker>=7.1\'" '
+    '"sudo -Hu dd-agent /opt/datadog-agent/embedded/bin/pip install \'docker>=7.1\'" '
     '(Windows: "& \'C:\\Program Files\\Datadog\\Datadog Agent\\embedded3\\python.exe\' -m pip install docker"), '
     'then restart the Agent'
 )
