@@ -1,31 +1,15 @@
 """`python -m datadog_checks.cis_docker` and the demo audit, run as a user would, against real engines."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from datadog_checks.cis_docker.cli import EXIT_COMPLIANT, EXIT_UNAUDITED, EXIT_VIOLATIONS
 from sandbox import demo
 
-from .common import REPO
+from .common import run_cli
 
 pytestmark = pytest.mark.integration
-
-
-def run_cli(*args, env=None):
-    environment = {key: value for key, value in os.environ.items() if not key.startswith('DOCKER_')}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, '-m', 'datadog_checks.cis_docker', *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env=environment,
-    )
 
 
 def test_table_names_offenders_and_exits_1(dockerd_factory):
