@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from datadog_checks.base.utils.functions import identity
@@ -13,13 +15,16 @@ from datadog_checks.base.utils.models import validation
 from . import defaults, validators
 
 
+SECURE_FIELD_NAMES = frozenset(['tls_ca_cert', 'tls_cert', 'tls_private_key'])
+
+
 class MetricPatterns(BaseModel):
     model_config = ConfigDict(
         arbitrary_types_allowed=True,
         frozen=True,
     )
-    exclude: tuple[str, ...] | None = None
-    include: tuple[str, ...] | None = None
+    exclude: Optional[tuple[str, ...]] = None
+    include: Optional[tuple[str, ...]] = None
 
 
 class InstanceConfig(BaseModel):
@@ -28,22 +33,23 @@ class InstanceConfig(BaseModel):
         arbitrary_types_allowed=True,
         frozen=True,
     )
-    allowed_insecure_registries: tuple[str, ...] | None = None
-    disable_generic_tags: bool | None = None
-    empty_default_hostname: bool | None = None
-    ignore_loopback: bool | None = None
-    max_registry_series: int | None = None
-    metric_patterns: MetricPatterns | None = None
-    min_collection_interval: float | None = None
-    service: str | None = None
-    tags: tuple[str, ...] | None = None
-    timeout: float | None = None
-    tls_ca_cert: str | None = None
-    tls_cert: str | None = None
-    tls_private_key: str | None = None
-    tls_verify: bool | None = None
-    url: str | None = None
-    use_tls: bool | None = None
+    allowed_insecure_registries: Optional[tuple[str, ...]] = None
+    disable_generic_tags: Optional[bool] = None
+    empty_default_hostname: Optional[bool] = None
+    enable_legacy_tags_normalization: Optional[bool] = None
+    ignore_loopback: Optional[bool] = None
+    max_registry_series: Optional[int] = None
+    metric_patterns: Optional[MetricPatterns] = None
+    min_collection_interval: Optional[float] = None
+    service: Optional[str] = None
+    tags: Optional[tuple[str, ...]] = None
+    timeout: Optional[float] = None
+    tls_ca_cert: Optional[str] = None
+    tls_cert: Optional[str] = None
+    tls_private_key: Optional[str] = None
+    tls_verify: Optional[bool] = None
+    url: Optional[str] = None
+    use_tls: Optional[bool] = None
 
     @model_validator(mode='before')
     def _initial_validation(cls, values):
@@ -55,6 +61,11 @@ class InstanceConfig(BaseModel):
         field_name = field.alias or info.field_name
         if field_name in info.context['configured_fields']:
             value = getattr(validators, f'instance_{info.field_name}', identity)(value, field=field)
+
+            if info.field_name in SECURE_FIELD_NAMES:
+                validation.security.check_field_trusted_provider(
+                    info.field_name, value, info.context.get('security_config')
+                )
         else:
             value = getattr(defaults, f'instance_{info.field_name}', lambda: value)()
 

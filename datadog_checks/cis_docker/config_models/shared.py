@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from datadog_checks.base.utils.functions import identity
@@ -19,7 +21,7 @@ class SharedConfig(BaseModel):
         arbitrary_types_allowed=True,
         frozen=True,
     )
-    service: str | None = None
+    service: Optional[str] = None
 
     @model_validator(mode='before')
     def _initial_validation(cls, values):
