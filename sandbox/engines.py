@@ -35,6 +35,13 @@ def ping(socket_path: str | os.PathLike, timeout: float = 1.0) -> bool:
     return answer.startswith(b'HTTP/1.') and b' 200 ' in answer[:16]
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for an engine about to bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 class Engine:
     """A daemon process started under `root`, stopped by `stop()` or at the end of a `with` block."""
 
@@ -122,15 +129,45 @@ class Dockerd(Engine):
     """dockerd from Debian's docker.io, with no networking and the vfs storage driver, so nothing on the host moves.
 
     `daemon_json` is written as the engine's configuration file and re-read on `reload()`; `args` are extra flags.
+
+    `tcp` adds a listener such as `127.0.0.1:2376` next to the unix socket, which stays the one used to see that the
+    engine is up. With `tls_cert` and `tls_key` that listener speaks TLS; adding `tls_ca` makes it demand a client
+    certificate signed by that CA (`--tlsverify`), as a remote engine should.
     """
 
     kind = 'dockerd'
 
-    def __init__(self, root=None, daemon_json: dict | None = None, args: list[str] | tuple[str, ...] = ()):
+    def __init__(
+        self,
+        root=None,
+        daemon_json: dict | None = None,
+        args: list[str] | tuple[str, ...] = (),
+        tcp: str | None = None,
+        tls_ca: str | os.PathLike | None = None,
+        tls_cert: str | os.PathLike | None = None,
+        tls_key: str | os.PathLike | None = None,
+    ):
         super().__init__(root)
         self.config_path = self.root / 'daemon.json'
-        self.args = list(args)
+        self.tcp = tcp
+        self.args = [*self._listener_args(tcp, tls_ca, tls_cert, tls_key), *args]
         self.write_config(daemon_json or {})
+
+    @property
+    def tcp_url(self) -> str:
+        if self.tcp is None:
+            raise ValueError('this engine has no TCP listener')
+        return f'tcp://{self.tcp}'
+
+    @staticmethod
+    def _listener_args(tcp, tls_ca, tls_cert, tls_key) -> list[str]:
+        if tcp is None:
+            return []
+        args = ['-H', f'tcp://{tcp}']
+        if tls_cert is not None and tls_key is not None:
+            args += ['--tlsverify', '--tlscacert', str(tls_ca)] if tls_ca is not None else ['--tls']
+            args += ['--tlscert', str(tls_cert), '--tlskey', str(tls_key)]
+        return args
 
     def write_config(self, daemon_json: dict) -> None:
         self.config_path.write_text(json.dumps(daemon_json, indent=2))

@@ -298,3 +298,14 @@ class _http_server:
 
     def __exit__(self, *exc):
         self.server.close()
+
+
+def test_tls_options_on_a_unix_socket_are_ignored_with_a_warning(aggregator, dd_run_check, dockerd_factory, caplog):
+    engine = dockerd_factory()
+
+    dd_run_check(make_check(url=engine.url, tls_ca_cert='/nonexistent/ca.pem'))
+
+    assert_audited(aggregator, engine.url, [])
+    assert any(
+        record.levelname == 'WARNING' and 'tls_ca_cert: ignored' in record.getMessage() for record in caplog.records
+    ), caplog.text

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import ssl
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -88,13 +90,14 @@ class EngineClient:
         self.timeout = timeout
         self.tls = tls
         self._api = None
-        # A read that outlived its deadline keeps its thread until the engine lets go; never start a second one.
-        self._stalled: threading.Thread | None = None
+        # A read that outlived its deadline keeps the reader thread until the engine lets go; never start a second one.
+        self._stalled: threading.Event | None = None
+        self._reads: queue.SimpleQueue | None = None
 
     def info(self) -> dict:
         """The parsed `/info` payload, or EngineError within `timeout` seconds (plus thread hand-off)."""
         if self._stalled is not None:
-            if self._stalled.is_alive():
+            if not self._stalled.is_set():
                 raise EngineError(
                     f'{self.label} has still not answered a request sent {self.timeout:g} s or more ago; '
                     'the engine is hung or overloaded'
@@ -102,16 +105,12 @@ class EngineClient:
             self._stalled = None
 
         api = self._client()
-        deadline = time.monotonic() + self.timeout
+        done = threading.Event()
         outcome: list = []
-        worker = threading.Thread(
-            target=self._fetch, args=(api, deadline, outcome), name='cis_docker-info', daemon=True
-        )
-        worker.start()
-        worker.join(self.timeout)
+        self._reader().put((self._fetch, (api, time.monotonic() + self.timeout, outcome), done))
 
-        if worker.is_alive():
-            self._stalled = worker
+        if not done.wait(self.timeout):
+            self._stalled = done
             self.close()
             raise EngineError(f'no answer from {self.label} within {self.timeout:g} s')
         result = outcome[0]
@@ -119,6 +118,18 @@ class EngineClient:
             self.close()
             raise result
         return result
+
+    def _reader(self) -> queue.SimpleQueue:
+        """The queue of this client's one reader thread, started on first use and kept for every later read.
+
+        A thread started per read cost more CPU than all the rest of a check run's own work (a fresh thread state and
+        frame stack each time). The thread holds no reference to the client, and ends once the client is collected.
+        """
+        if self._reads is None:
+            self._reads = queue.SimpleQueue()
+            threading.Thread(target=_serve_reads, args=(self._reads,), name='cis_docker-info', daemon=True).start()
+            weakref.finalize(self, self._reads.put, None)
+        return self._reads
 
     def close(self) -> None:
         api, self._api = self._api, None
@@ -150,7 +161,8 @@ class EngineClient:
                 user_agent=f'datadog-cis-docker/{__version__}',
             )
         except docker.errors.DockerException as error:
-            raise EngineError(f'cannot use {self.label}: {error}') from None
+            # The SDK quotes the address it refused, credentials included; only the redacted form may leave.
+            raise EngineError(f'cannot use {self.label}: {str(error).replace(self.url, self.label)}') from None
         # The configuration decides about CA bundles and proxies, not REQUESTS_CA_BUNDLE or HTTPS_PROXY in the
         # environment of whichever process happens to run the check.
         api.trust_env = False
@@ -162,7 +174,7 @@ class EngineClient:
         except EngineError as error:
             outcome.append(error)
         except Exception as error:  # noqa: BLE001 - every failure of a read is reported, none escapes the thread
-            outcome.append(EngineError(explain(error, self.label, self.timeout)))
+            outcome.append(EngineError(explain(error, self.label, self.timeout, self.tls)))
 
     def _read_info(self, api, deadline: float) -> dict:
         response = api.get(f'{api.base_url}/info', stream=True, timeout=self.timeout)
@@ -184,6 +196,20 @@ class EngineClient:
         return parse_info(bytes(body), self.label)
 
 
+def _serve_reads(reads: queue.SimpleQueue) -> None:
+    """Run each queued read and wake its waiter; `None` ends the thread.
+
+    Nothing of a finished read stays referenced here, so that the client it came from can be collected between reads.
+    """
+    while (read := reads.get()) is not None:
+        fetch, args, done = read
+        try:
+            fetch(*args)
+        finally:
+            done.set()
+            del read, fetch, args
+
+
 def parse_info(body: bytes, label: str) -> dict:
     try:
         info = json.loads(body)
@@ -196,7 +222,7 @@ def parse_info(body: bytes, label: str) -> dict:
     return info
 
 
-def explain(error: BaseException, label: str, timeout: float) -> str:
+def explain(error: BaseException, label: str, timeout: float, tls: TLSSettings | None = None) -> str:
     """Turn the exception behind a failed read into a sentence that names the cause and the remedy."""
     causes = list(_causes(error))
     path = urlsplit(label).path if label.startswith('unix://') else label
@@ -213,9 +239,9 @@ def explain(error: BaseException, label: str, timeout: float) -> str:
                 '("usermod -aG docker dd-agent", then restart the Agent), or mount the socket into the Agent container'
             )
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return f'TLS certificate problem with {label}: {cause.verify_message or cause.reason or cause}'
+            return _explain_certificate(cause, label, tls)
         if isinstance(cause, ssl.SSLError):
-            return f'TLS failure with {label}: {cause.reason or cause}'
+            return _explain_handshake(cause, label, tls)
         if isinstance(cause, ConnectionRefusedError):
             return f'connection refused by {label}: nothing listens there, or a firewall rejects the Agent'
         if isinstance(cause, TimeoutError) or type(cause).__name__ in ('ReadTimeout', 'ConnectTimeout'):
@@ -224,6 +250,74 @@ def explain(error: BaseException, label: str, timeout: float) -> str:
         if type(cause).__name__ in ('ProtocolError', 'RemoteDisconnected', 'IncompleteRead', 'ChunkedEncodingError'):
             return f'{label} closed the connection before a complete answer: it is not a Docker engine, or it failed'
     return f'cannot read /info from {label}: {type(error).__name__}: {error}'
+
+
+# OpenSSL verification codes (X509_V_ERR_*) that name the reason a server certificate was refused.
+UNKNOWN_ISSUER_CODES = frozenset({2, 18, 19, 20, 21})
+EXPIRED_CODE = 10
+NOT_YET_VALID_CODE = 9
+NAME_MISMATCH_CODES = frozenset({62, 64})
+
+# TLS alerts a server sends when it wanted a client certificate and got none, or one it does not accept.
+CLIENT_CERT_ALERTS = frozenset(
+    {
+        'SSLV3_ALERT_BAD_CERTIFICATE',
+        'SSLV3_ALERT_CERTIFICATE_UNKNOWN',
+        'SSLV3_ALERT_CERTIFICATE_EXPIRED',
+        'TLSV1_ALERT_UNKNOWN_CA',
+        'TLSV13_ALERT_CERTIFICATE_REQUIRED',
+    }
+)
+# What OpenSSL reports when the answer to a ClientHello is not a TLS record: an HTTP listener said "400 Bad Request".
+NOT_TLS_REASONS = frozenset(
+    {'WRONG_VERSION_NUMBER', 'RECORD_LAYER_FAILURE', 'PACKET_LENGTH_TOO_LONG', 'UNKNOWN_PROTOCOL'}
+)
+
+
+def _explain_certificate(cause: ssl.SSLCertVerificationError, label: str, tls: TLSSettings | None) -> str:
+    detail = (cause.verify_message or cause.reason or str(cause)).rstrip('.')
+    head = f'TLS certificate problem with {label}'
+    if cause.verify_code in UNKNOWN_ISSUER_CODES:
+        trusted = f'the CA in tls_ca_cert {tls.ca_cert}' if tls and tls.ca_cert else 'any CA in the default trust store'
+        return (
+            f"{head}: the engine's certificate is not signed by {trusted} (unknown issuer: {detail}). Set "
+            "tls_ca_cert to the CA that signed the daemon's --tlscert"
+        )
+    if cause.verify_code == EXPIRED_CODE:
+        return f"{head}: the engine's certificate has expired. Renew the daemon's --tlscert"
+    if cause.verify_code == NOT_YET_VALID_CODE:
+        return (
+            f"{head}: the engine's certificate is not valid yet ({detail}). Check the clocks of both hosts, or the "
+            "certificate's start date"
+        )
+    if cause.verify_code in NAME_MISMATCH_CODES:
+        return (
+            f"{head}: the engine's certificate is not issued for the host in url ({detail}). Use a host name or "
+            'address the certificate lists in its subjectAltName, or reissue it with that name'
+        )
+    return f'{head}: {detail}'
+
+
+def _explain_handshake(cause: ssl.SSLError, label: str, tls: TLSSettings | None) -> str:
+    reason = cause.reason or ''
+    if reason in CLIENT_CERT_ALERTS:
+        if tls is None or not tls.cert:
+            return (
+                f'TLS client certificate required by {label}: the engine runs with --tlsverify and demands one, and '
+                'none is configured. Set tls_cert and tls_private_key to a certificate signed by the CA the daemon '
+                'trusts (its --tlscacert)'
+            )
+        return (
+            f'TLS client certificate refused by {label} ({reason}): the certificate in tls_cert ({tls.cert}) is not '
+            'signed by the CA the daemon trusts (its --tlscacert), or it has expired'
+        )
+    if reason in NOT_TLS_REASONS:
+        return (
+            f'{label} does not speak TLS: it answered the TLS handshake in plain text, so the engine listens without '
+            'TLS and anyone on the network can control it (CIS Docker 2.6). Enable --tlsverify on the daemon; to '
+            'audit it as it is, set use_tls: false (--no-tls on the command line)'
+        )
+    return f'TLS failure with {label}: {reason or cause}'
 
 
 def _causes(error: BaseException):
@@ -244,7 +338,19 @@ def _causes(error: BaseException):
 def _http_status_message(response, label: str) -> str:
     if response.status_code == 404:
         return f'{label} has no /info endpoint (HTTP 404): it is not a Docker Engine API'
+    if response.status_code == 400 and _is_plain_http_refusal(response):
+        return (
+            f'{label} speaks TLS and refused a plain HTTP request: remove use_tls: false (--no-tls on the command '
+            'line) and set tls_ca_cert, tls_cert and tls_private_key'
+        )
     detail = ''
     with contextlib.suppress(Exception):  # the body of an error answer is a courtesy, not a requirement
         detail = str(response.json().get('message', ''))[:200]
     return f'{label} answered /info with HTTP {response.status_code}' + (f': {detail}' if detail else '')
+
+
+def _is_plain_http_refusal(response) -> bool:
+    """Go's TLS listeners answer a plain HTTP request with this fixed 400, before any handler sees it."""
+    with contextlib.suppress(Exception):  # a body that cannot be read is simply not that answer
+        return 'HTTP request to an HTTPS server' in response.text[:200]
+    return False
