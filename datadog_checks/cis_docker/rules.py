@@ -18,6 +18,7 @@ policy says otherwise.
 from __future__ import annotations
 
 import ipaddress
+import operator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,6 +31,8 @@ VIOLATION = 'violation'
 UNKNOWN = 'unknown'
 
 LOOPBACK_NETWORKS = (ipaddress.ip_network('127.0.0.0/8'), ipaddress.ip_network('::1/128'))
+IP_LITERAL_CHARACTERS = frozenset('0123456789abcdefABCDEF:.')
+_ORDER = operator.attrgetter('kind', 'registry')
 
 # Names listed in a message before it says "and N more": enough to act on, short enough for a page.
 MESSAGE_NAME_LIMIT = 10
@@ -82,6 +85,8 @@ class Policy:
             return normalize_mirror(finding.registry) in self.allowed_names
         if finding.registry.lower() in self.allowed_names:
             return True
+        if not self.allowed_networks:
+            return False
         network = parse_network(finding.registry) if finding.kind == CIDR else host_network(finding.registry)
         return network is not None and any(_inside(network, allowed) for allowed in self.allowed_networks)
 
@@ -137,12 +142,13 @@ def audit_registry_config(info: object, policy: Policy = Policy()) -> Audit:
     problems: list[str] = []
     candidates: dict[tuple[str, str], RegistryFinding] = {}
 
-    def add(kind: str, registry: str, key: str) -> None:
+    def add(kind: str, registry: str, key: object) -> None:
         candidates.setdefault((kind, key), RegistryFinding(kind, registry))
 
+    cidr_networks = {}
     for cidr in _string_list(config, 'InsecureRegistryCIDRs', problems):
-        network = parse_network(cidr)
-        add(CIDR, cidr, str(network) if network is not None else cidr)
+        network = cidr_networks[cidr] = parse_network(cidr)
+        add(CIDR, cidr, network if network is not None else cidr)
 
     index_configs = config.get('IndexConfigs')
     if index_configs is None:
@@ -172,27 +178,41 @@ def audit_registry_config(info: object, policy: Policy = Policy()) -> Audit:
 
     violations, allowed, exempt = [], [], []
     for finding in candidates.values():
-        if policy.ignore_loopback and is_loopback(finding):
+        if policy.ignore_loopback and _is_loopback_parsed(finding, cidr_networks):
             exempt.append(finding)
         elif policy.allows(finding):
             allowed.append(finding)
         else:
             violations.append(finding)
 
-    return Audit(tuple(sorted(violations)), tuple(sorted(allowed)), tuple(sorted(exempt)), tuple(problems))
+    return Audit(_in_order(violations), _in_order(allowed), _in_order(exempt), tuple(problems))
 
 
 def is_loopback(finding: RegistryFinding) -> bool:
     """True for a registry that can only be reached on this machine: the CIS text's "local" registries."""
     if finding.kind == CIDR:
-        network = parse_network(finding.registry)
-        return network is not None and any(_inside(network, loopback) for loopback in LOOPBACK_NETWORKS)
+        return _is_loopback_network(parse_network(finding.registry))
     host = _host_of(finding.registry)
     if host is None:
         return False
     if host.lower() == 'localhost':
         return True
-    network = host_network(host)
+    return _is_loopback_network(host_network(host))
+
+
+def _is_loopback_parsed(finding: RegistryFinding, cidr_networks: dict) -> bool:
+    """`is_loopback` with the CIDRs the audit has parsed already: parsing is most of the cost of a long list."""
+    if finding.kind == CIDR:
+        return _is_loopback_network(cidr_networks[finding.registry])
+    return is_loopback(finding)
+
+
+def _in_order(findings: list[RegistryFinding]) -> tuple[RegistryFinding, ...]:
+    """The dataclass order, by kind then name, through a key: comparing dataclasses is slow on a long list."""
+    return tuple(sorted(findings, key=_ORDER))
+
+
+def _is_loopback_network(network) -> bool:
     return network is not None and any(_inside(network, loopback) for loopback in LOOPBACK_NETWORKS)
 
 
@@ -208,7 +228,8 @@ def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | 
 def host_network(registry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     """The single-address network of a registry named by an IP literal (`10.0.0.5:5000`, `[::1]:5000`), else None."""
     host = _host_of(registry)
-    if host is None:
+    # Most registries are named by DNS; ruling those out by their characters spares an exception per name.
+    if host is None or not IP_LITERAL_CHARACTERS.issuperset(host.partition('%')[0]):
         return None
     try:
         return _unmap(ipaddress.ip_network(host))
@@ -218,7 +239,10 @@ def host_network(registry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def normalize_mirror(url: str) -> str:
     """Compare mirrors as the daemon does: scheme and host are case-insensitive, a trailing slash is not significant."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # an unbalanced IPv6 bracket: the text is the only name such a mirror has
+        return url.strip().lower()
     return f'{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip("/")}'
 
 
