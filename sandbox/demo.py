@@ -21,9 +21,13 @@ DEMO_CONFIG = {
 }
 
 
-def main(argv=None, local_socket=DEFAULT_URL.removeprefix('unix://')):
+LOCAL_SOCKET = DEFAULT_URL.removeprefix('unix://')
+TARGET_OPTIONS = ('--url', '-H', '--host', '--targets')
+
+
+def main(argv=None, local_socket=LOCAL_SOCKET):
     argv = sys.argv[1:] if argv is None else argv
-    explicit = os.environ.get('DOCKER_HOST') or any(arg.split('=')[0] in ('--url', '--targets') for arg in argv)
+    explicit = os.environ.get('DOCKER_HOST') or any(arg.split('=')[0] in TARGET_OPTIONS for arg in argv)
     if explicit or ping(local_socket) or {'-h', '--help'} & set(argv):
         return audit(argv)
 
