@@ -87,7 +87,7 @@ class CisDockerCheck(AgentCheck, ConfigMixin):
         self._warn_about_transport()
         self.service_check(self.CAN_CONNECT, self.OK, tags=self.tags)
         self._submit(audit_registry_config(info, self.policy))
-        self._set_version(info.get('ServerVersion'))
+        self._set_engine_metadata(info)
 
     def _submit(self, audit: Audit) -> None:
         """The single place where a verdict becomes service checks and series."""
@@ -112,8 +112,7 @@ class CisDockerCheck(AgentCheck, ConfigMixin):
             self.gauge(self.INSECURE_REGISTRY, 1, tags=registry_tags)
 
     def _warn_about_transport(self) -> None:
-        url = self.engine.url
-        if url.startswith('tcp://') and self.engine.tls is None:
+        if self.engine.url.startswith('tcp://') and self.engine.tls is None:
             self.warning(
                 'The Docker Engine API at %s is exposed without TLS: anyone on the network can control that '
                 'engine (CIS Docker 2.6). Enable --tlsverify on the daemon, then audit it over TLS: drop '
@@ -126,7 +125,8 @@ class CisDockerCheck(AgentCheck, ConfigMixin):
                 self.engine.label,
             )
 
-    def _set_version(self, version) -> None:
+    def _set_engine_metadata(self, info: dict) -> None:
+        version = info.get('ServerVersion')
         if isinstance(version, str) and version:
             try:
                 self.set_metadata('version', version)

@@ -26,7 +26,7 @@ from urllib3.exceptions import InsecureRequestWarning
 from datadog_checks.base import AgentCheck
 
 from .check import CisDockerCheck
-from .engine import EngineClient, redact_url
+from .engine import is_tcp, redact_url
 
 EXIT_COMPLIANT = 0
 EXIT_VIOLATIONS = 1
@@ -113,16 +113,6 @@ class RunResult:
         return document
 
 
-class InfoKeepingClient(EngineClient):
-    """The engine client, keeping the last `/info` so that the command line can tell Docker from Podman."""
-
-    last_info: dict | None = None
-
-    def info(self) -> dict:
-        self.last_info = super().info()
-        return self.last_info
-
-
 def engine_name(info: dict) -> str:
     # Podman's Docker-compatible /info carries the Buildah version it embeds; Docker's never has that key.
     return 'Podman' if 'BuildahVersion' in info else 'Docker'
@@ -139,11 +129,8 @@ class RecordingCheck(CisDockerCheck):
         super().__init__(name, init_config, instances)
         self.recorded_checks: list[ServiceCheckResult] = []
         self.recorded_series: list[SeriesResult] = []
+        self.engine_name: str | None = None
         self.engine_version: str | None = None
-
-    def _configure(self) -> None:
-        super()._configure()
-        self.engine = InfoKeepingClient(self.engine.url, self.engine.timeout, self.engine.tls)
 
     def gauge(self, name, value, tags=None, hostname=None, device_name=None, raw=False):
         self.recorded_series.append(SeriesResult(self._format_namespace(name, raw), 'gauge', value, list(tags or ())))
@@ -158,19 +145,19 @@ class RecordingCheck(CisDockerCheck):
             )
         )
 
-    def set_metadata(self, name, value, **options):
-        if name == 'version':
-            self.engine_version = value
+    def _set_engine_metadata(self, info: dict) -> None:
+        version = info.get('ServerVersion')
+        self.engine_version = version if isinstance(version, str) and version else None
+        self.engine_name = engine_name(info)
 
 
 def run_instance(instance: dict) -> RunResult:
     """Run the check once over one instance configuration, as the Agent would, and collect what it sends."""
     check = RecordingCheck('cis_docker', {}, [instance])
     error_report = check.run()
-    last_info = check.engine.last_info if isinstance(check.engine, InfoKeepingClient) else None
     result = RunResult(
         endpoint=check.engine.label if check.engine else redact_url(str(instance.get('url') or '(default)')),
-        engine=engine_name(last_info) if last_info else None,
+        engine=check.engine_name,
         engine_version=check.engine_version,
         service_checks=check.recorded_checks,
         series=check.recorded_series,
@@ -333,10 +320,6 @@ def plain_tcp_refusal(url: str, source: str) -> str:
     )
 
 
-def is_tcp(url: str | None) -> bool:
-    return bool(url) and url.strip().lower().startswith('tcp://')
-
-
 def instance_from_args(args: argparse.Namespace, environ=None) -> dict:
     """The instance the Agent would run, from the flags first and then Docker's environment, as the docker CLI reads
     them; UsageError for a tcp:// endpoint with no word on TLS."""
@@ -355,7 +338,8 @@ def instance_from_args(args: argparse.Namespace, environ=None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Warnings already appear in the output; without a handler Python would print them to stderr a second time.
+    # Warnings already appear in the output; without a handler Python would print them to stderr a second time (and
+    # through a fleet's progress bar).
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format='%(levelname)s %(name)s: %(message)s')
     else:

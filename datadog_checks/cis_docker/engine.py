@@ -54,6 +54,11 @@ def default_url() -> str:
     return os.environ.get('DOCKER_HOST') or DEFAULT_URL
 
 
+def is_tcp(url: str | None) -> bool:
+    """A network endpoint, where TLS matters; URL schemes are case-insensitive."""
+    return bool(url) and url.strip().lower().startswith('tcp://')
+
+
 def redact_url(url: str) -> str:
     """The endpoint without credentials, query or fragment: safe for tags, logs and messages."""
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -34,12 +33,11 @@ from .cli import (
     RunResult,
     UsageError,
     common_options,
-    is_tcp,
     plain_tcp_refusal,
     run_instance,
     transport_options,
 )
-from .engine import redact_url
+from .engine import is_tcp, redact_url
 
 MAX_WORKERS = 32
 # Registries named in the DETAIL column before it says "and N more"; the JSON document has them all.
@@ -244,8 +242,6 @@ def run_fleet_command(args: argparse.Namespace, environ=None) -> int:
     targets = build_targets(read_targets(args.targets), args, environ)
     workers = args.workers or min(MAX_WORKERS, len(targets))
 
-    # Every warning the check logs is in the table and the JSON; on stderr it would only break the progress bar.
-    logging.getLogger('datadog_checks').addHandler(logging.NullHandler())
     started = time.monotonic()
     progress = Progress(len(targets))
     try:
