@@ -96,6 +96,17 @@ class TestMutualTLS:
         assert (result.engine, result.violations) == ('Docker', 0)
         assert result.warnings == []
 
+    def test_an_upper_case_scheme_is_still_tls(self, dd_run_check, aggregator, dockerd_factory, tls_material):
+        engine = tls_engine(dockerd_factory, tls_material, daemon_json=INSECURE)
+        url = engine.tcp_url.replace('tcp://', 'TCP://')
+
+        check = run_check(dd_run_check, url, **client_options(tls_material))
+
+        aggregator.assert_service_check(CAN_CONNECT, AgentCheck.OK, count=1)
+        aggregator.assert_metric(INSECURE_REGISTRIES, 1, count=1)
+        assert check.engine.tls is not None
+        assert check.get_warnings() == []
+
 
 class TestRefusedConnections:
     def test_server_from_another_ca_is_an_unknown_issuer(self, dd_run_check, aggregator, dockerd_factory, tls_material):

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from datadog_checks.base import AgentCheck, ConfigurationError
 
 from .config_models import ConfigMixin
-from .engine import EngineClient, EngineError, TLSSettings, default_url, redact_url
+from .engine import EngineClient, EngineError, TLSSettings, default_url, is_tcp, redact_url
 from .rules import OK, UNKNOWN, Audit, Policy, audit_registry_config
 
 CONTROL_TAGS = ('cis_control:2.4', 'compliance_framework:cis-docker')
@@ -52,11 +52,11 @@ class CisDockerCheck(AgentCheck, ConfigMixin):
 
     def _tls_settings(self, url: str) -> TLSSettings | None:
         config = self.config
-        if not url.startswith('tcp://') or not config.use_tls:
+        if not is_tcp(url) or not config.use_tls:
             ignored = [option for option in TLS_FILE_OPTIONS if getattr(config, option)]
             if ignored:
                 # Not an error, since the instance still audits something, but a silent no-op hides a wrong url.
-                reason = 'use_tls is false' if url.startswith('tcp://') else 'TLS applies only to tcp:// endpoints'
+                reason = 'use_tls is false' if is_tcp(url) else 'TLS applies only to tcp:// endpoints'
                 self.log.warning('%s: ignored for %s, because %s', ', '.join(ignored), redact_url(url), reason)
             return None
         for option in TLS_FILE_OPTIONS:
@@ -112,7 +112,7 @@ class CisDockerCheck(AgentCheck, ConfigMixin):
             self.gauge(self.INSECURE_REGISTRY, 1, tags=registry_tags)
 
     def _warn_about_transport(self) -> None:
-        if self.engine.url.startswith('tcp://') and self.engine.tls is None:
+        if is_tcp(self.engine.url) and self.engine.tls is None:
             self.warning(
                 'The Docker Engine API at %s is exposed without TLS: anyone on the network can control that '
                 'engine (CIS Docker 2.6). Enable --tlsverify on the daemon, then audit it over TLS: drop '
