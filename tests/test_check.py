@@ -2,7 +2,6 @@
 
 import socket
 import threading
-import time
 
 import pytest
 from datadog_checks.base import AgentCheck, ConfigurationError
@@ -52,15 +51,6 @@ def assert_not_audited(aggregator, url, reason):
     aggregator.assert_service_check(REGISTRY_TLS, AgentCheck.UNKNOWN, tags=tags, count=1)
     # A count of 0 would read as compliant on a dashboard: nothing is sent.
     assert aggregator.metric_names == []
-
-
-def wait_until(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 class TestDockerd:
@@ -146,24 +136,6 @@ class TestDockerd:
         assert 'Accepted exceptions in use: 10.5.0.0/16 (cidr), legacy.corp.example:5000 (hostname)' in (
             registry_tls.message
         )
-
-    def test_a_reload_after_editing_daemon_json_shows_on_the_next_run(self, aggregator, dd_run_check, dockerd_factory):
-        engine = dockerd_factory(daemon_json={'insecure-registries': ['10.7.0.0/16']})
-        check = make_check(url=engine.url)
-        dd_run_check(check)
-        assert_audited(aggregator, engine.url, [(CIDR, '10.7.0.0/16')])
-
-        # The key has to stay in daemon.json for a SIGHUP to change it: an empty list, not a missing key.
-        engine.write_config({'insecure-registries': []})
-        engine.reload()
-
-        def compliant():
-            aggregator.reset()
-            dd_run_check(check)
-            return aggregator.service_checks(REGISTRY_TLS)[0].status == AgentCheck.OK
-
-        assert wait_until(compliant), engine.log_tail()
-        assert_audited(aggregator, engine.url, [])
 
     def test_a_daemon_stopped_between_runs_is_reported_then_found_again(
         self, aggregator, dd_run_check, dockerd_factory
