@@ -221,6 +221,15 @@ class TestUnreachable:
 
         assert_not_audited(aggregator, f'unix://{path}', 'without a ServerVersion')
 
+    def test_an_engine_error_is_quoted(self, aggregator, dd_run_check, tmp_path):
+        path = tmp_path / 'failing.sock'
+        body = b'{"message": "devmapper: pool is full"}'
+        answer = b'HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s' % (len(body), body)
+        with _http_server(path, answer):
+            dd_run_check(make_check(url=f'unix://{path}'))
+
+        assert_not_audited(aggregator, f'unix://{path}', 'answered /info with HTTP 500: devmapper: pool is full')
+
 
 class TestConfiguration:
     @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ SCHEMES = ('unix', 'tcp', 'npipe')
 # Ten thousand insecure registries make an /info of about 1.5 MB; a body far larger is not an engine's.
 MAX_INFO_BYTES = 32 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024
+ERROR_BODY_BYTES = 4096
 
 DOCKER_SDK_MISSING = (
     'the docker Python package is not installed next to this check. The Agent installs integrations without their '
@@ -343,19 +344,17 @@ def _causes(error: BaseException):
 def _http_status_message(response, label: str) -> str:
     if response.status_code == 404:
         return f'{label} has no /info endpoint (HTTP 404): it is not a Docker Engine API'
-    if response.status_code == 400 and _is_plain_http_refusal(response):
+    # An error answer is quoted, never trusted: read only its beginning, whatever its size.
+    body = b''
+    with contextlib.suppress(Exception):
+        body = response.raw.read(ERROR_BODY_BYTES, decode_content=True) or b''
+    if response.status_code == 400 and b'HTTP request to an HTTPS server' in body:
+        # Go's TLS listeners answer a plain HTTP request with this fixed 400, before any handler sees it.
         return (
             f'{label} speaks TLS and refused a plain HTTP request: remove use_tls: false (--no-tls on the command '
             'line) and set tls_ca_cert, tls_cert and tls_private_key'
         )
     detail = ''
-    with contextlib.suppress(Exception):  # the body of an error answer is a courtesy, not a requirement
-        detail = str(response.json().get('message', ''))[:200]
+    with contextlib.suppress(Exception):  # the message of an error answer is a courtesy, not a requirement
+        detail = str(json.loads(body).get('message', ''))[:200]
     return f'{label} answered /info with HTTP {response.status_code}' + (f': {detail}' if detail else '')
-
-
-def _is_plain_http_refusal(response) -> bool:
-    """Go's TLS listeners answer a plain HTTP request with this fixed 400, before any handler sees it."""
-    with contextlib.suppress(Exception):  # a body that cannot be read is simply not that answer
-        return 'HTTP request to an HTTPS server' in response.text[:200]
-    return False
